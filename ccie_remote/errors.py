@@ -7,6 +7,7 @@
     │   ├── HostKeyError        the host's key is unknown (strict) or changed
     │   ├── ConnectError        the host could not be reached or logged into
     │   └── RemoteCommandError  a command on the host exited non-zero
+    ├── ManagedFileError        a file on a host cannot be merged (invalid JSON, broken block)
     └── UsageError              the command line or environment is incomplete
 
 The fab entry point prints ``str(error)`` and exits with ``error.exit_code``.
@@ -69,3 +70,7 @@ class RemoteCommandError(HostError):
         if output_tail.strip():
             detail += ": " + " | ".join(output_tail.strip().splitlines()[-3:])
         super().__init__(host, detail)
+
+
+class ManagedFileError(CcieError):
+    """A managed file on a host holds something ccie-remote must not overwrite blindly."""

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
 
+from ccie_remote import inventory, masking
 from ccie_remote.errors import CcieError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -27,8 +28,13 @@ def friendly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except CcieError as error:
-            print(f"error: {error}" if "\n" not in str(error) else str(error), file=sys.stderr)
+            message = masking.mask(str(error))
+            print(message if "\n" in message else f"error: {message}", file=sys.stderr)
             raise Exit(code=error.exit_code) from None
+        except BrokenPipeError:
+            # The reader went away (`fab render | head`): nothing left to say to it.
+            sys.stderr.close()
+            raise Exit(code=0) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise Exit(code=130) from None
@@ -41,13 +47,23 @@ def inventory_path(given: str | None) -> Path:
     return Path(given or os.environ.get("CCIE_INVENTORY") or DEFAULT_INVENTORY)
 
 
+def load_fleet(given: str | None) -> inventory.Fleet:
+    """Read the inventory a task was pointed at, and register its secrets for masking."""
+    fleet = inventory.load(inventory_path(given))
+    masking.register(*fleet.secrets())
+    return fleet
+
+
 def setup_logging(verbose: bool) -> None:
-    """INFO is one line per host action; -v adds the DEBUG detail."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    """INFO is one line per host action; -v adds the DEBUG detail. Secrets are masked."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(masking.MaskingFilter())
+    handler.setFormatter(
+        logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
     )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
     if not verbose:
         # paramiko logs every channel at INFO; only our own lines belong on the screen.
         logging.getLogger("paramiko").setLevel(logging.WARNING)
