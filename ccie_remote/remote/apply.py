@@ -1,0 +1,211 @@
+"""The remote steps: atomic writes with backups, ordered restarts, installers on a pty."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import shlex
+import time
+from dataclasses import dataclass
+
+from invoke.watchers import Responder
+
+from ccie_remote import render
+from ccie_remote.inventory import Fleet, Host
+from ccie_remote.remote.plan import REPLICATED_RESTART
+from ccie_remote.remote.shell import LineStream, Remote
+from ccie_remote.remote.state import BACKUP_DIR, INSTALLER_ENV, STATE_DIR, installed_marker
+
+log = logging.getLogger(__name__)
+
+INSTALLER_TIMEOUT = 1800
+
+# What the Replicated installer asks; configurable in the Invoke/Fabric config as
+# ccie.prompts.proxy_question and ccie.prompts.proxy_address.
+DEFAULT_PROMPTS = {
+    "proxy_question": r"require a proxy to access the Internet\? \(y/N\)",
+    "proxy_address": r"Enter desired HTTP proxy address: ?",
+}
+
+
+def write_files_script(files: dict[str, str], stamp: str) -> str:
+    """A sh script writing each file atomically, the previous version kept in a backup folder.
+
+    Each file is written to a temporary file beside it, given the old file's owner and mode
+    (or root and the default mode for a new file) and renamed over it: a run cut off at any
+    point leaves each file either old or new, never half-written. The backup folder's MANIFEST
+    says which files existed before, so a rollback can also delete the ones that did not.
+    """
+    backup = f"{BACKUP_DIR}/{stamp}"
+    modes = {m.path: m.mode for m in _all_managed()}
+    lines = [
+        "set -eu",
+        f"mkdir -p {BACKUP_DIR} && chmod 700 {STATE_DIR} {BACKUP_DIR}",
+        f"backup={backup}",
+        'mkdir -p "$backup"',
+        ': > "$backup/MANIFEST"',
+    ]
+    for path, text in files.items():
+        quoted = shlex.quote(path)
+        encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
+        mode = oct(modes.get(path, 0o644))[2:]
+        lines += [
+            f"f={quoted}",
+            'mkdir -p "$(dirname "$f")"',
+            'rm -f "$f".ccie-new.*',
+            'tmp=$(mktemp "$f.ccie-new.XXXXXX")',
+            "base64 -d > \"$tmp\" <<'CCIE_EOF'",
+            *[encoded[i : i + 76] for i in range(0, len(encoded), 76)],
+            "CCIE_EOF",
+            'if [ -e "$f" ]; then',
+            '  mkdir -p "$backup$(dirname "$f")" && cp -p "$f" "$backup$f"',
+            '  echo "present $f" >> "$backup/MANIFEST"',
+            '  chown --reference="$f" "$tmp" && chmod --reference="$f" "$tmp"',
+            "else",
+            '  echo "absent $f" >> "$backup/MANIFEST"',
+            f'  chown 0:0 "$tmp" && chmod {mode} "$tmp"',
+            "fi",
+            'mv -f "$tmp" "$f"',
+        ]
+    lines.append(f'ln -sfn "{stamp}" {BACKUP_DIR}/last')
+    return "\n".join(lines) + "\n"
+
+
+def _all_managed() -> list[render.ManagedFile]:
+    return [
+        render.ENVIRONMENT_FILE,
+        render.REPLICATED_CONF_FILE,
+        render.REPLICATED_DEFAULT_FILE,
+        render.DOCKER_DROPIN_FILE,
+    ]
+
+
+def backup_stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 10**6:06d}"
+
+
+def write_files(remote: Remote, files: dict[str, str]) -> None:
+    if files:
+        remote.root(write_files_script(files, backup_stamp()), label="write " + ", ".join(files))
+
+
+def restart_replicated(remote: Remote) -> None:
+    """Restart replicated in the guide's order, stopping at the first step that fails."""
+    script = " && ".join(
+        f"service {step.split()[1]} {step.split()[0]}" for step in REPLICATED_RESTART
+    )
+    remote.root(script, label="restart replicated")
+
+
+def restart_docker(remote: Remote, systemd: bool) -> None:
+    if systemd:
+        remote.root("systemctl daemon-reload && systemctl restart docker", label="restart docker")
+    else:
+        remote.root("service docker restart", label="restart docker")
+
+
+@dataclass(frozen=True)
+class InstallerRun:
+    """What an installer needs on the host: its URL, and its environment (secrets included)."""
+
+    role: str
+    url: str
+    environment: dict[str, str]
+
+    @property
+    def script_path(self) -> str:
+        return f"{STATE_DIR}/{self.url.rsplit('/', 1)[-1] or 'installer.sh'}"
+
+
+def installer_run(fleet: Fleet, host: Host, passphrase: str | None) -> InstallerRun:
+    environment = {
+        name: value
+        for name, value in render.environment_values(fleet).items()
+        if name != "JVM_OPTS"
+    }
+    if host.role == "services":
+        return InstallerRun("services", fleet.install.services_script, environment)
+    environment["CIRCLE_SECRET_PASSPHRASE"] = passphrase or ""
+    environment["SERVICES_PRIVATE_IP"] = fleet.services.private_ip
+    return InstallerRun("builder", fleet.install.builder_script, environment)
+
+
+def prepare_installer_script(run: InstallerRun) -> str:
+    """Download the installer with the proxy settings; leave its environment root-only.
+
+    This script travels on stdin, so the secrets in it never show in a command line.
+    """
+    exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in run.environment.items())
+    url, target = shlex.quote(run.url), shlex.quote(run.script_path)
+    return (
+        "\n".join(
+            [
+                "set -eu",
+                "umask 077",
+                f"mkdir -p {STATE_DIR} && chmod 700 {STATE_DIR}",
+                f"cat > {INSTALLER_ENV} <<'CCIE_EOF'",
+                exports,
+                "CCIE_EOF",
+                exports,
+                "if command -v curl >/dev/null 2>&1; then",
+                f"  curl -fsSL --retry 2 --connect-timeout 20 -o {target} {url}",
+                "else",
+                f"  wget -q -O {target} {url}",
+                "fi",
+            ]
+        )
+        + "\n"
+    )
+
+
+def run_installer_script(run: InstallerRun) -> str:
+    """Source the environment, delete it, run the installer, record success: no secret here."""
+    target = shlex.quote(run.script_path)
+    return (
+        f"set -a; . {INSTALLER_ENV}; rm -f {INSTALLER_ENV}; set +a; "
+        f"bash {target} && touch {installed_marker(run.role)}"
+    )
+
+
+def prompts_from_config(config: object) -> dict[str, str]:
+    """The installer's prompt patterns, with overrides from the `ccie.prompts` config."""
+    prompts = dict(DEFAULT_PROMPTS)
+    try:
+        overrides = config.ccie.prompts  # type: ignore[attr-defined]
+    except AttributeError:
+        return prompts
+    for key in prompts:
+        if key in overrides:
+            prompts[key] = str(overrides[key])
+    return prompts
+
+
+def install(
+    remote: Remote,
+    run: InstallerRun,
+    proxy_url: str,
+    prompts: dict[str, str],
+    out: LineStream,
+) -> None:
+    """Download and run the installer on a pty, answering its proxy questions."""
+    remote.root(prepare_installer_script(run), label=f"download {run.url}")
+    watchers = [
+        Responder(pattern=prompts["proxy_question"], response="y\n"),
+        Responder(pattern=prompts["proxy_address"], response=proxy_url + "\n"),
+    ]
+    try:
+        remote.root(
+            run_installer_script(run),
+            pty=True,
+            watchers=watchers,
+            out=out,
+            timeout=INSTALLER_TIMEOUT,
+            label=f"run {run.script_path}",
+        )
+    except Exception:
+        # The installer's command deletes the environment file before the installer starts;
+        # this covers a command that never got that far.
+        with contextlib.suppress(Exception):
+            remote.root(f"rm -f {INSTALLER_ENV}", check=False, label="remove the installer env")
+        raise
