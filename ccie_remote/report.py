@@ -32,17 +32,26 @@ class Reporter:
     Plain lines are ``[host] message``; every line is masked before it is shown.
     """
 
-    def __init__(self, names: list[str], stream: TextIO | None = None, live: bool | None = None):
+    def __init__(
+        self,
+        names: list[str],
+        stream: TextIO | None = None,
+        live: bool | None = None,
+        quiet: bool = False,
+    ) -> None:
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty() if live is None else live
+        self.quiet = quiet  # show problems only: the task prints one table at the end
         self.names = names
         self.width = max((len(n) for n in names), default=0)
         self.current = dict.fromkeys(names, "waiting")
         self.lock = threading.Lock()
         self.drawn = 0
 
-    def line(self, name: str, message: str) -> None:
+    def line(self, name: str, message: str, problem: bool = False) -> None:
         """A step on one host: the live view updates its row, plain mode prints a line."""
+        if self.quiet and not problem:
+            return
         message = mask(message)
         with self.lock:
             if not self.live:

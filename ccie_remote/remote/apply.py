@@ -7,6 +7,7 @@ import contextlib
 import logging
 import shlex
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from invoke.watchers import Responder
@@ -15,7 +16,13 @@ from ccie_remote import render
 from ccie_remote.inventory import Fleet, Host
 from ccie_remote.remote.plan import REPLICATED_RESTART
 from ccie_remote.remote.shell import LineStream, Remote
-from ccie_remote.remote.state import BACKUP_DIR, INSTALLER_ENV, STATE_DIR, installed_marker
+from ccie_remote.remote.state import (
+    BACKUP_DIR,
+    INSTALLER_ENV,
+    LAST_BACKUP,
+    STATE_DIR,
+    installed_marker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +36,14 @@ DEFAULT_PROMPTS = {
 }
 
 
-def write_files_script(files: dict[str, str], stamp: str) -> str:
+def write_files_script(files: Mapping[str, str | None], stamp: str) -> str:
     """A sh script writing each file atomically, the previous version kept in a backup folder.
 
     Each file is written to a temporary file beside it, given the old file's owner and mode
     (or root and the default mode for a new file) and renamed over it: a run cut off at any
     point leaves each file either old or new, never half-written. The backup folder's MANIFEST
     says which files existed before, so a rollback can also delete the ones that did not.
+    A file whose new text is None is deleted (after its backup).
     """
     backup = f"{BACKUP_DIR}/{stamp}"
     modes = {m.path: m.mode for m in _all_managed()}
@@ -47,11 +55,13 @@ def write_files_script(files: dict[str, str], stamp: str) -> str:
         ': > "$backup/MANIFEST"',
     ]
     for path, text in files.items():
-        quoted = shlex.quote(path)
+        lines += [f"f={shlex.quote(path)}", *_BACKUP_LINES]
+        if text is None:
+            lines.append('rm -f "$f"')
+            continue
         encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
         mode = oct(modes.get(path, 0o644))[2:]
         lines += [
-            f"f={quoted}",
             'mkdir -p "$(dirname "$f")"',
             'rm -f "$f".ccie-new.*',
             'tmp=$(mktemp "$f.ccie-new.XXXXXX")',
@@ -59,17 +69,24 @@ def write_files_script(files: dict[str, str], stamp: str) -> str:
             *[encoded[i : i + 76] for i in range(0, len(encoded), 76)],
             "CCIE_EOF",
             'if [ -e "$f" ]; then',
-            '  mkdir -p "$backup$(dirname "$f")" && cp -p "$f" "$backup$f"',
-            '  echo "present $f" >> "$backup/MANIFEST"',
             '  chown --reference="$f" "$tmp" && chmod --reference="$f" "$tmp"',
             "else",
-            '  echo "absent $f" >> "$backup/MANIFEST"',
             f'  chown 0:0 "$tmp" && chmod {mode} "$tmp"',
             "fi",
             'mv -f "$tmp" "$f"',
         ]
     lines.append(f'ln -sfn "{stamp}" {BACKUP_DIR}/last')
     return "\n".join(lines) + "\n"
+
+
+_BACKUP_LINES = [
+    'if [ -e "$f" ]; then',
+    '  mkdir -p "$backup$(dirname "$f")" && cp -p "$f" "$backup$f"',
+    '  echo "present $f" >> "$backup/MANIFEST"',
+    "else",
+    '  echo "absent $f" >> "$backup/MANIFEST"',
+    "fi",
+]
 
 
 def _all_managed() -> list[render.ManagedFile]:
@@ -85,9 +102,37 @@ def backup_stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 10**6:06d}"
 
 
-def write_files(remote: Remote, files: dict[str, str]) -> None:
+def write_files(remote: Remote, files: Mapping[str, str | None]) -> None:
+    """Write (or, for None, delete) each file atomically, backing up what was there."""
     if files:
-        remote.root(write_files_script(files, backup_stamp()), label="write " + ", ".join(files))
+        label = ", ".join(
+            ("delete " if text is None else "write ") + p for p, text in files.items()
+        )
+        remote.root(write_files_script(files, backup_stamp()), label=label)
+
+
+def rollback_script() -> str:
+    """Restore every file of the last backup (deleting those that were absent), atomically."""
+    return (
+        "\n".join(
+            [
+                "set -eu",
+                f'[ -f {LAST_BACKUP}/MANIFEST ] || {{ echo "no backup" >&2; exit 3; }}',
+                f"backup=$(readlink -f {LAST_BACKUP})",
+                "while read -r state f; do",
+                '  if [ "$state" = present ]; then',
+                '    tmp=$(mktemp "$f.ccie-new.XXXXXX")',
+                '    cp -p "$backup$f" "$tmp" && mv -f "$tmp" "$f"',
+                '    echo "restored $f"',
+                "  else",
+                '    rm -f "$f"',
+                '    echo "deleted $f (it did not exist before)"',
+                "  fi",
+                'done < "$backup/MANIFEST"',
+            ]
+        )
+        + "\n"
+    )
 
 
 def restart_replicated(remote: Remote) -> None:

@@ -6,6 +6,8 @@ The same plan drives `fab provision`, its `--dry-run` diff and `fab status`.
 from __future__ import annotations
 
 import difflib
+import json
+import re
 from dataclasses import dataclass, field
 
 from ccie_remote import render
@@ -54,6 +56,10 @@ class Plan:
             steps.append(f"download {script} and run it as root with the proxy settings")
         return steps
 
+    def drift(self) -> dict[str, list[str]]:
+        """Per changed file, the settings that differ (see ``drift``)."""
+        return {path: drift(path, old, new) for path, (old, new) in self.changes.items()}
+
     def diff(self) -> str:
         """A unified diff of every file that changes, credentials masked."""
         parts = []
@@ -66,6 +72,36 @@ class Plan:
             )
             parts.append("".join(lines))
         return mask("".join(parts))
+
+
+def drift(path: str, old: str | None, new: str) -> list[str]:
+    """Which settings of a managed file differ from what the inventory gives it."""
+    if old is None:
+        return ["missing"]
+    if path == render.REPLICATED_CONF:
+        try:
+            before = json.loads(old)
+        except ValueError:
+            return ["not valid JSON"]
+        after = json.loads(new)
+        keys = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    else:
+        before_values, after_values = _assignments(path, old), _assignments(path, new)
+        keys = [
+            k
+            for k in sorted(set(before_values) | set(after_values))
+            if before_values.get(k) != after_values.get(k)
+        ]
+    return keys or ["layout"]
+
+
+def _assignments(path: str, text: str) -> dict[str, str]:
+    """The managed variables a file sets: lines of /etc/environment, or quoted assignments
+    inside the drop-in's Environment= and the daemon's REPLICATED_OPTS."""
+    if path == render.ENVIRONMENT:
+        values = render.parse_environment(text)
+        return {k: v for k, v in values.items() if k in render.MANAGED_NAMES}
+    return dict(re.findall(r"\b(HTTPS?_PROXY|NO_PROXY)=([^\s\"']*)", text))
 
 
 def plan_host(fleet: Fleet, host: Host, state: HostState) -> Plan:

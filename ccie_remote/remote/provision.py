@@ -40,23 +40,27 @@ class Session:
 
 
 def open_sessions(
-    fleet: Fleet, hosts: Iterable[Host], reporter: Reporter, parallel: int
+    fleet: Fleet, hosts: Iterable[Host], reporter: Reporter, parallel: int, read: bool = True
 ) -> list[Session]:
-    """Connect to every host at once and read its state; failures are recorded, not raised."""
+    """Connect to every host at once and (with ``read``) read its state and plan.
+
+    Failures are recorded in each session's result, not raised.
+    """
     sessions = [Session(h, HostResult(h.name, h.role)) for h in hosts]
 
     def preflight(session: Session) -> None:
         try:
             connection = connect(fleet, session.host)
             session.remote = Remote(session.host.name, connection)
-            session.state = read_state(session.remote, session.host)
-            session.plan = plan_host(fleet, session.host, session.state)
-            reporter.line(session.host.name, "connected, state read")
+            if read:
+                session.state = read_state(session.remote, session.host)
+                session.plan = plan_host(fleet, session.host, session.state)
+            reporter.line(session.host.name, "connected" + (", state read" if read else ""))
         except CcieError as error:
             session.fail(_reason(error))
-            reporter.line(session.host.name, f"preflight failed: {_reason(error)}")
+            reporter.line(session.host.name, f"preflight failed: {_reason(error)}", problem=True)
 
-    _each(sessions, preflight, parallel)
+    each(sessions, preflight, parallel)
     return sessions
 
 
@@ -66,7 +70,7 @@ def close_sessions(sessions: list[Session]) -> None:
             session.remote.close()
 
 
-def _each(sessions: list[Session], work: Callable[[Session], None], parallel: int) -> None:
+def each(sessions: list[Session], work: Callable[[Session], None], parallel: int) -> None:
     if not sessions:
         return
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(sessions)))) as pool:
@@ -99,7 +103,7 @@ class Provisioner:
             return
         if any(b.plan is not None and b.plan.install for b in ready):
             self.passphrase()  # asked once, before any builder changes
-        _each(ready, self.apply, self.parallel)
+        each(ready, self.apply, self.parallel)
 
     @staticmethod
     def services_not_ready(services: Session, changed_here: bool) -> str | None:
@@ -122,7 +126,7 @@ class Provisioner:
             self.carry_out(session.remote, session.plan, session.state)
         except CcieError as error:
             session.fail(_reason(error))
-            self.reporter.line(name, f"failed: {_reason(error)}")
+            self.reporter.line(name, f"failed: {_reason(error)}", problem=True)
             return
         plan = session.plan
         session.result.actions = plan.actions(self.fleet)

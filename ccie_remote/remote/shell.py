@@ -96,6 +96,19 @@ class Remote:
             )
         return result
 
+    def login(self, script: str, *, label: str, timeout: int | None = 120) -> Any:
+        """Run the ``sh`` script as the login user, in the environment a login session gets."""
+        self.commands += 1
+        log.debug("%s: running %s as the login user", self.name, label)
+        try:
+            return self.connection.run(
+                "sh -s", in_stream=io.StringIO(script), hide=True, warn=True, timeout=timeout
+            )
+        except CommandTimedOut as error:
+            raise RemoteCommandError(
+                self.name, label, -1, f"timed out after {error.timeout} s"
+            ) from None
+
     def close(self) -> None:
         self.connection.close()
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from invoke import Collection
 
 from ccie_remote.tasks import builders
+from ccie_remote.tasks.checks import status, verify
 from ccie_remote.tasks.provision import provision
 from ccie_remote.tasks.render import render
 from ccie_remote.tasks.tunnel import tunnel
+from ccie_remote.tasks.undo import remove, rollback
 from ccie_remote.tasks.userdata import userdata
 
 ns = Collection()
-ns.add_task(render)
-ns.add_task(provision)
-ns.add_task(tunnel)
-ns.add_task(userdata)
+for command in (render, provision, verify, status, rollback, remove, tunnel, userdata):
+    ns.add_task(command)
 ns.add_collection(Collection("builders", builders.add))
