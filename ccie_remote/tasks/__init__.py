@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from ccie_remote.tasks import builders
+from ccie_remote.tasks import builders, lab
 from ccie_remote.tasks.checks import status, verify
 from ccie_remote.tasks.provision import provision
 from ccie_remote.tasks.render import render
@@ -16,3 +16,4 @@ ns = Collection()
 for command in (render, provision, verify, status, rollback, remove, tunnel, userdata):
     ns.add_task(command)
 ns.add_collection(Collection("builders", builders.add))
+ns.add_collection(lab.ns)
