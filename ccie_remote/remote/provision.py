@@ -93,6 +93,8 @@ class Provisioner:
 
     def run(self, services: Session, builders: list[Session], change_services: bool) -> None:
         """Services box first (when it is a target), then every builder at once."""
+        if any(b.plan is not None and b.plan.install for b in builders):
+            self.passphrase()  # asked (or refused) once, before any host changes
         if change_services:
             self.apply(services)
         ready = [b for b in builders if b.result.status == "pending"]
@@ -101,8 +103,6 @@ class Provisioner:
             for builder in ready:
                 builder.fail(why, "skipped")
             return
-        if any(b.plan is not None and b.plan.install for b in ready):
-            self.passphrase()  # asked once, before any builder changes
         each(ready, self.apply, self.parallel)
 
     @staticmethod

@@ -57,7 +57,7 @@ def evidence_script(fleet: Fleet, host: Host, url: str) -> str:
         'printf "=fetch %s\\n" "$(echo "$code" | tr "\\n" " ")"',
     ]
     for address in bypass_targets(fleet, host):
-        lines += _route_probe(f"bypass {address}", f"http://{address}:{FLEET_SSH_PORT}/")
+        lines += _route_probe(f"bypass:{address}", f"http://{address}:{FLEET_SSH_PORT}/")
     if fleet.proxy.ec2:
         lines += _route_probe("metadata", METADATA_URL, connect_timeout=1)
     files = [render.REPLICATED_CONF] if host.role == "services" else []
@@ -79,8 +79,8 @@ def evidence_script(fleet: Fleet, host: Host, url: str) -> str:
         for service in ("replicated", "replicated-agent"):
             lines.append(
                 f"if sudo -n service {service} status >/dev/null 2>&1;"
-                f" then echo '=service {service} running';"
-                f" else echo '=service {service} stopped'; fi"
+                f" then echo '=service:{service} running';"
+                f" else echo '=service:{service} stopped'; fi"
             )
         lines.append(
             f"if timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{CONSOLE_PORT}' 2>/dev/null;"
@@ -130,8 +130,8 @@ def parse_evidence(output: str) -> Evidence:
         elif line.startswith("=absent "):
             evidence.files[line.split(" ", 1)[1]] = None
         elif line.startswith("="):
-            key, _, value = line[1:].rpartition(" ")
-            evidence.facts[key] = value
+            key, _, value = line[1:].partition(" ")
+            evidence.facts[key] = value.strip()
     return evidence
 
 
@@ -188,7 +188,7 @@ def evaluate(fleet: Fleet, host: Host, evidence: Evidence, url: str) -> list[Che
         "the proxy must allow this URL (see its access log); try again with --url",
     )
     for address in bypass_targets(fleet, host):
-        route = evidence.facts.get(f"bypass {address}", "unreached")
+        route = evidence.facts.get(f"bypass:{address}", "unreached")
         check(
             f"bypass {address}",
             route == "direct",
@@ -229,7 +229,7 @@ def _replicated_checks(fleet: Fleet, host: Host, evidence: Evidence, fix: str) -
     )
     checks.append(Check(host.name, "replicated.conf", ok, detail if ok else f"{detail}; {fix}"))
     for service in ("replicated", "replicated-agent"):
-        running = evidence.facts.get(f"service {service}") == "running"
+        running = evidence.facts.get(f"service:{service}") == "running"
         detail = (
             "running"
             if running
