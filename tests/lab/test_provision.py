@@ -382,3 +382,36 @@ def _refused(port: int | None) -> bool:
             return sock.recv(10) == b""
     except OSError:
         return True
+
+
+def test_gateway_reaches_builders_on_their_private_addresses(
+    lab: Lab, inventory: Path, tmp_path: Path
+) -> None:
+    """The services box as a jump host: builders addressed by their fleet IP and port 22."""
+    document = tomlkit.parse(inventory.read_text())
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(lab.known_hosts.read_text())
+    document["ssh"]["gateway"] = f"ubuntu@127.0.0.1:{lab.services().ssh_port}"  # type: ignore[index]
+    document["ssh"]["known_hosts"] = str(known_hosts)  # type: ignore[index]
+    document["ssh"]["host_key_policy"] = "accept-new"  # type: ignore[index]
+    # Every host is addressed as the gateway sees it: its fleet address, port 22.
+    document["services"]["host"] = lab.services().fleet_ip  # type: ignore[index]
+    document["services"]["port"] = 22  # type: ignore[index]
+    for table, builder in zip(document["builders"], lab.builders(), strict=False):  # type: ignore[arg-type]
+        table["host"] = builder.fleet_ip
+        table["port"] = 22
+    through = tmp_path / "gateway.toml"
+    through.write_text(tomlkit.dumps(document))
+
+    result = fab(
+        "provision",
+        "--inventory",
+        str(through),
+        "--only",
+        lab.builders()[0].fleet_ip or "",
+        "--dry-run",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"=== builder {lab.builders()[0].fleet_ip}" in result.stdout
+    recorded = known_hosts.read_text().splitlines()
+    assert any(line.startswith(f"{lab.builders()[0].fleet_ip} ssh-") for line in recorded)
