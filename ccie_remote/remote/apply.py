@@ -135,19 +135,43 @@ def rollback_script() -> str:
     )
 
 
-def restart_replicated(remote: Remote) -> None:
+def quietly(commands: str, what: str) -> str:
+    """Run ``commands`` with their output in a file, shown only when they fail.
+
+    An init script may leave a daemon holding its stdout; were that the SSH channel, the
+    command would not end until the daemon did.
+    """
+    return "\n".join(
+        [
+            "log=$(mktemp)",
+            f'if ! {{ {commands}; }} >"$log" 2>&1 </dev/null; then',
+            f'  echo "{what} failed:" >&2; cat "$log" >&2; rm -f "$log"; exit 1',
+            "fi",
+            'rm -f "$log"',
+        ]
+    )
+
+
+def restart_replicated_script() -> str:
     """Restart replicated in the guide's order, stopping at the first step that fails."""
-    script = " && ".join(
+    steps = " && ".join(
         f"service {step.split()[1]} {step.split()[0]}" for step in REPLICATED_RESTART
     )
-    remote.root(script, label="restart replicated")
+    return quietly(steps, "restarting replicated")
+
+
+def restart_docker_script(systemd: bool) -> str:
+    if systemd:
+        return quietly("systemctl daemon-reload && systemctl restart docker", "restarting docker")
+    return quietly("service docker restart", "restarting docker")
+
+
+def restart_replicated(remote: Remote) -> None:
+    remote.root(restart_replicated_script(), label="restart replicated")
 
 
 def restart_docker(remote: Remote, systemd: bool) -> None:
-    if systemd:
-        remote.root("systemctl daemon-reload && systemctl restart docker", label="restart docker")
-    else:
-        remote.root("service docker restart", label="restart docker")
+    remote.root(restart_docker_script(systemd), label="restart docker")
 
 
 @dataclass(frozen=True)
@@ -226,15 +250,15 @@ def prompts_from_config(config: object) -> dict[str, str]:
     return prompts
 
 
-def install(
+def run_installer(
     remote: Remote,
     run: InstallerRun,
     proxy_url: str,
     prompts: dict[str, str],
     out: LineStream,
 ) -> None:
-    """Download and run the installer on a pty, answering its proxy questions."""
-    remote.root(prepare_installer_script(run), label=f"download {run.url}")
+    """Run the installer prepared by ``prepare_installer_script`` on a pty, answering its
+    proxy questions; its output goes to ``out`` line by line."""
     watchers = [
         Responder(pattern=prompts["proxy_question"], response="y\n"),
         Responder(pattern=prompts["proxy_address"], response=proxy_url + "\n"),

@@ -138,38 +138,46 @@ class Provisioner:
         self.reporter.line(name, session.result.status)
 
     def carry_out(self, remote: Remote, plan: Plan, state: HostState) -> None:
+        """The plan in as few commands as it allows: one for every change, one for the
+        installer (on a pty, as it asks questions)."""
         name = plan.host.name
-        files = {path: new for path, (_, new) in plan.changes.items()}
-        if files:
-            self.reporter.line(name, "writing " + ", ".join(files))
-            apply.write_files(remote, files)
-        if plan.restart_replicated:
-            self.reporter.line(name, "restarting replicated")
-            apply.restart_replicated(remote)
-        if plan.restart_docker:
-            self.reporter.line(name, "restarting docker")
-            apply.restart_docker(remote, state.fact("systemd"))
+        run = None
         if plan.install:
-            self.install(remote, plan)
-
-    def install(self, remote: Remote, plan: Plan) -> None:
-        host = plan.host
-        passphrase = self.passphrase() if host.role == "builder" else None
-        run = apply.installer_run(self.fleet, host, passphrase)
-        self.reporter.line(host.name, f"installing from {run.url}")
-        out = LineStream(lambda line: self.reporter.line(host.name, line))
-        apply.install(remote, run, self.fleet.proxy.http.url, self.prompts, out)
-        if host.role == "services":
-            self.settle_services(remote, host)
+            passphrase = self.passphrase() if plan.host.role == "builder" else None
+            run = apply.installer_run(self.fleet, plan.host, passphrase)
+        steps = plan.actions(self.fleet)
+        script = change_script(plan, state, run)
+        if script:
+            self.reporter.line(name, "; ".join(_short(s) for s in steps))
+            remote.root(script, label=", ".join(_short(s) for s in steps))
+        if run is not None:
+            self.reporter.line(name, f"running the installer from {run.url}")
+            out = LineStream(lambda line: self.reporter.line(name, line))
+            apply.run_installer(remote, run, self.fleet.proxy.http.url, self.prompts, out)
+            if plan.host.role == "services":
+                self.settle_services(remote, plan.host)
 
     def settle_services(self, remote: Remote, host: Host) -> None:
         """The installer writes the daemon's settings itself: bring them in step at once."""
         after = plan_host(self.fleet, host, read_state(remote, host))
-        files = {path: new for path, (_, new) in after.changes.items()}
-        if files:
-            apply.write_files(remote, files)
-        if after.restart_replicated:
-            apply.restart_replicated(remote)
+        script = change_script(after, None, None)
+        if script:
+            remote.root(script, label="bring the daemon's settings in step")
+
+
+def change_script(plan: Plan, state: HostState | None, run: apply.InstallerRun | None) -> str:
+    """One sh script for a plan's changes: files, restarts, the installer's download."""
+    parts = []
+    files = {path: new for path, (_, new) in plan.changes.items()}
+    if files:
+        parts.append(apply.write_files_script(files, apply.backup_stamp()))
+    if plan.restart_replicated:
+        parts.append(apply.restart_replicated_script())
+    if plan.restart_docker:
+        parts.append(apply.restart_docker_script(state is not None and state.fact("systemd")))
+    if run is not None:
+        parts.append(apply.prepare_installer_script(run))
+    return "\n".join(parts)
 
 
 def _short(action: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 import threading
+import time
 from types import FrameType
 
 from invoke import Context, task
@@ -47,6 +48,8 @@ def tunnel(
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
         with connection.forward_local(local_port, remote_port=CONSOLE_PORT):
+            # Fabric binds the local port in a thread of its own: wait until it listens.
+            wait_until_bound(local_port)
             print(
                 f"tunnel open: http://localhost:{local_port}/ -> {fleet.services.name} "
                 f"localhost:{CONSOLE_PORT} (Ctrl-C to close)",
@@ -63,14 +66,26 @@ def tunnel(
     print("tunnel closed")
 
 
-def check_port_free(port: int) -> None:
-    """Fabric reports a busy port only when the tunnel closes, so look before opening it."""
-    if not 1 <= port <= 65535:
-        raise UsageError(f"--local-port {port} is out of range 1-65535")
+def wait_until_bound(port: int, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while _port_free(port):
+        if time.monotonic() > deadline:
+            raise UsageError(f"the tunnel did not start listening on local port {port}")
+        time.sleep(0.02)
+
+
+def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
-            raise UsageError(
-                f"local port {port} is busy; pick another with --local-port"
-            ) from None
+            return False
+    return True
+
+
+def check_port_free(port: int) -> None:
+    """Fabric reports a busy port only when the tunnel closes, so look before opening it."""
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--local-port {port} is out of range 1-65535")
+    if not _port_free(port):
+        raise UsageError(f"local port {port} is busy; pick another with --local-port")

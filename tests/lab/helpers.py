@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import subprocess
@@ -69,3 +70,19 @@ def summary_rows(output: str) -> dict[str, list[str]]:
         host, role, result, seconds, *why = line.split()
         rows[host] = [role, result, seconds, " ".join(why)]
     return rows
+
+
+def ssh_counts(container: str, since: str) -> tuple[int, int]:
+    """SSH connections and remote commands sshd logged for CONTAINER since the RFC 3339 time."""
+    log = subprocess.run(
+        ["docker", "logs", "--since", since, container], capture_output=True, text=True, check=True
+    )
+    lines = (log.stdout + log.stderr).splitlines()
+    connections = sum("Accepted publickey for" in line for line in lines)
+    commands = sum("Starting session:" in line for line in lines)
+    return connections, commands
+
+
+def now() -> str:
+    """The current time as `docker logs --since` takes it."""
+    return datetime.datetime.now(datetime.UTC).isoformat()

@@ -23,7 +23,17 @@ from ccie_remote.lab import Lab, LabHost, wait_for
 from ccie_remote.render import parse_environment
 
 from ..conftest import LabFactory
-from .helpers import PASSPHRASE, REPO, fab, fingerprints, read, sha256, summary_rows
+from .helpers import (
+    PASSPHRASE,
+    REPO,
+    fab,
+    fingerprints,
+    now,
+    read,
+    sha256,
+    ssh_counts,
+    summary_rows,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -78,6 +88,7 @@ def test_first_run_provisions_every_host_in_order(lab: Lab, inventory: Path) -> 
         plain_builder.container,
         "nohup sh -c 'echo $$ > /tmp/ps.pid; while :; do ps -eo args; done' >/tmp/ps.log 2>&1 &",
     )
+    started = now()
     result = fab("provision", "--inventory", str(inventory))
     lab.exec(plain_builder.container, "kill $(cat /tmp/ps.pid)")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -89,6 +100,11 @@ def test_first_run_provisions_every_host_in_order(lab: Lab, inventory: Path) -> 
         name(plain_builder): "changed",
     }
     assert "fab tunnel services --inventory" in result.stdout
+
+    # One connection per host; a builder's work in three commands: read, change, install.
+    assert ssh_counts(services.container, started)[0] == 1
+    for builder in (docker_builder, plain_builder):
+        assert ssh_counts(builder.container, started) == (1, 3)
 
     # Every host: the managed block, both cases, values from the inventory.
     for host in (services, docker_builder, plain_builder):
@@ -171,6 +187,7 @@ def test_second_run_changes_nothing(lab: Lab, inventory: Path) -> None:
     hosts = [lab.services(), *lab.builders()[:2]]
     before = {h.container: (fingerprints(lab, h), events(lab, h)) for h in hosts}
     backups = lab.exec(hosts[0].container, "ls /var/lib/ccie-remote/backups").stdout
+    started = now()
     result = fab("provision", "--inventory", str(inventory))
     assert result.returncode == 0, result.stderr
     rows = summary_rows(result.stdout)
@@ -178,6 +195,8 @@ def test_second_run_changes_nothing(lab: Lab, inventory: Path) -> None:
     assert all("already in step" in r[3] for r in rows.values())
     assert {h.container: (fingerprints(lab, h), events(lab, h)) for h in hosts} == before
     assert lab.exec(hosts[0].container, "ls /var/lib/ccie-remote/backups").stdout == backups
+    # An unchanged host costs one connection and one command.
+    assert all(ssh_counts(h.container, started) == (1, 1) for h in hosts)
 
 
 def test_proxy_change_updates_files_and_restarts_without_reinstalling(
