@@ -40,9 +40,15 @@ class Session:
 
 
 def open_sessions(
-    fleet: Fleet, hosts: Iterable[Host], reporter: Reporter, parallel: int, read: bool = True
+    fleet: Fleet,
+    hosts: Iterable[Host],
+    reporter: Reporter,
+    parallel: int,
+    read: bool = True,
+    cleanup: bool = False,
 ) -> list[Session]:
-    """Connect to every host at once and (with ``read``) read its state and plan.
+    """Connect to every host at once and (with ``read``) read its state and plan; with
+    ``cleanup``, a leftover installer environment file is deleted on the way.
 
     Failures are recorded in each session's result, not raised.
     """
@@ -53,7 +59,7 @@ def open_sessions(
             connection = connect(fleet, session.host)
             session.remote = Remote(session.host.name, connection)
             if read:
-                session.state = read_state(session.remote, session.host)
+                session.state = read_state(session.remote, session.host, cleanup)
                 session.plan = plan_host(fleet, session.host, session.state)
             reporter.line(session.host.name, "connected" + (", state read" if read else ""))
         except CcieError as error:

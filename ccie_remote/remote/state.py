@@ -55,11 +55,14 @@ _FACTS = {
 }
 
 
-def read_script(host: Host, paths: list[str]) -> str:
-    """A POSIX sh script printing the files (base64) and facts between marker lines."""
-    lines = [
-        # A secrets file survives only if a run was cut off between writing and using it.
-        f"rm -f {INSTALLER_ENV}",
+def read_script(host: Host, paths: list[str], cleanup: bool = False) -> str:
+    """A POSIX sh script printing the files (base64) and facts between marker lines.
+
+    With ``cleanup`` it first deletes the installer's environment file, which survives only
+    when a run was cut off between writing and using it (read-only commands leave it).
+    """
+    lines = [f"rm -f {INSTALLER_ENV}"] if cleanup else []
+    lines += [
         f"for f in {' '.join(shlex.quote(p) for p in paths)}; do",
         '  if [ -f "$f" ]; then echo "=file $f"; base64 < "$f"; echo "=end";',
         '  else echo "=absent $f"; fi',
@@ -110,8 +113,8 @@ def managed_paths(host: Host) -> list[str]:
     return [managed.path for managed in render.managed_files(host)]
 
 
-def read_state(remote: Remote, host: Host, extra_paths: list[str] | None = None) -> HostState:
+def read_state(remote: Remote, host: Host, cleanup: bool = False) -> HostState:
     """Read the host's managed files and facts with one command."""
-    paths = managed_paths(host) + (extra_paths or [])
-    result = remote.root(read_script(host, paths), label="read the managed files")
+    script = read_script(host, managed_paths(host), cleanup)
+    result = remote.root(script, label="read the managed files")
     return parse_state(remote.name, result.stdout)

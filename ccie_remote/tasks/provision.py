@@ -88,7 +88,7 @@ def provision_hosts(
     hosts = [fleet.services] + [h for h in targets if h.role == "builder"]
     reporter = Reporter([h.name for h in hosts], live=sys.stdout.isatty() and not verbose)
 
-    sessions = open_sessions(fleet, hosts, reporter, parallel)
+    sessions = open_sessions(fleet, hosts, reporter, parallel, cleanup=not dry_run)
     services, builders = sessions[0], sessions[1:]
     try:
         if services.result.status == "failed":

@@ -52,6 +52,10 @@ def test_read_script_names_each_path_and_fact() -> None:
     assert "/etc/environment /etc/replicated.conf" in script
     assert "=fact installed" in script and "installed-services" in script
     assert "installed-builder" in read_script(parsed.builders[0], ["/etc/environment"])
+    assert "rm -f" not in script  # a read-only command (dry run, status) deletes nothing
+    assert "rm -f /var/lib/ccie-remote/installer.env" in read_script(
+        parsed.services, [], cleanup=True
+    )
 
 
 def test_fresh_services_box_plan() -> None:
