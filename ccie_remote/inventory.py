@@ -345,7 +345,7 @@ class _Checker:
                 data[name] = {}
 
         proxy = self.proxy(data.get("proxy") or {})
-        github = self.host_value(data.get("github") or {}, "[github].host", required="github")
+        github = self.github(data.get("github") or {})
         ssh = self.ssh(data.get("ssh") or {})
         services = self.host_entry(data.get("services") or {}, "[services]", "services", ssh)
         builders = tuple(
@@ -423,15 +423,15 @@ class _Checker:
             return default
         return value
 
-    def host_value(self, table: dict[str, Any], where: str, required: str) -> str | None:
-        self.unknown_keys(table, f"[{required}]", SCHEMA[required])
+    def github(self, table: dict[str, Any]) -> str | None:
+        self.unknown_keys(table, "[github]", SCHEMA["github"])
         if "host" not in table:
-            if required in self.present:
-                self.problem(where, "missing")
+            if "github" in self.present:
+                self.problem("[github].host", "missing")
             return None
         reason = host_problem(table["host"])
         if reason:
-            self.problem(where, reason)
+            self.problem("[github].host", reason)
             return None
         return str(table["host"])
 
