@@ -126,7 +126,7 @@ def provision_hosts(
     return not any(s.result.failed for s in sessions)
 
 
-def passphrase_source() -> functools._lru_cache_wrapper[str]:
+def passphrase_source() -> Callable[[], str]:
     """A function giving the passphrase, asked at most once, and registered for masking."""
 
     @functools.cache

@@ -45,7 +45,7 @@ LAB = {"builders": 3, "docker_builders": 1}
 def inventory(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The lab's inventory without its last builder, with comments a user would have."""
     document = tomlkit.parse(lab.inventory_path.read_text())
-    document["builders"].pop()  # type: ignore[union-attr]
+    document["builders"].pop()
     text = "# Rehearsal fleet, kept by hand.\n" + tomlkit.dumps(document)
     text = text.replace("[services]", "[services]  # the box with the console", 1)
     path = tmp_path_factory.mktemp("inventory") / "fleet.toml"
@@ -410,13 +410,13 @@ def test_gateway_reaches_builders_on_their_private_addresses(
     document = tomlkit.parse(inventory.read_text())
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(lab.known_hosts.read_text())
-    document["ssh"]["gateway"] = f"ubuntu@127.0.0.1:{lab.services().ssh_port}"  # type: ignore[index]
-    document["ssh"]["known_hosts"] = str(known_hosts)  # type: ignore[index]
-    document["ssh"]["host_key_policy"] = "accept-new"  # type: ignore[index]
+    document["ssh"]["gateway"] = f"ubuntu@127.0.0.1:{lab.services().ssh_port}"
+    document["ssh"]["known_hosts"] = str(known_hosts)
+    document["ssh"]["host_key_policy"] = "accept-new"
     # Every host is addressed as the gateway sees it: its fleet address, port 22.
-    document["services"]["host"] = lab.services().fleet_ip  # type: ignore[index]
-    document["services"]["port"] = 22  # type: ignore[index]
-    for table, builder in zip(document["builders"], lab.builders(), strict=False):  # type: ignore[arg-type]
+    document["services"]["host"] = lab.services().fleet_ip
+    document["services"]["port"] = 22
+    for table, builder in zip(document["builders"], lab.builders(), strict=False):
         table["host"] = builder.fleet_ip
         table["port"] = 22
     through = tmp_path / "gateway.toml"

@@ -40,8 +40,8 @@ def test_userdata_gives_what_provision_gives(
 
     document = tomlkit.parse(lab.inventory_path.read_text())
     builders = document["builders"]
-    del builders[3]  # type: ignore[union-attr]
-    del builders[1]  # type: ignore[union-attr]
+    del builders[3]
+    del builders[1]
     inventory = tmp_path_factory.mktemp("userdata") / "fleet.toml"
     inventory.write_text(tomlkit.dumps(document))
     provisioned = fab("provision", "--inventory", str(inventory))
