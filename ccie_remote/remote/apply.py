@@ -228,6 +228,31 @@ def prepare_installer_script(run: InstallerRun) -> str:
     )
 
 
+def builder_install_script(run: InstallerRun) -> str:
+    """Download and run the builder installer in the same command as the builder's changes.
+
+    The builder installer asks nothing (the guide pipes it into bash), so it needs no pty:
+    its environment, the passphrase included, arrives inside this script on the channel's
+    stdin and never touches a file or a command line. Its stdin is /dev/null, so it cannot
+    read the rest of this script.
+    """
+    exports = [f"export {k}={shlex.quote(v)}" for k, v in run.environment.items()]
+    url, target = shlex.quote(run.url), shlex.quote(run.script_path)
+    return (
+        "\n".join(
+            [
+                "set -eu",
+                *exports,
+                f"mkdir -p {STATE_DIR} && chmod 700 {STATE_DIR}",
+                f"curl -fsSL --retry 2 --connect-timeout 20 -o {target} {url}",
+                f"bash {target} </dev/null",
+                f"touch {installed_marker(run.role)}",
+            ]
+        )
+        + "\n"
+    )
+
+
 def run_installer_script(run: InstallerRun) -> str:
     """Source the environment, delete it, run the installer, record success: no secret here."""
     target = shlex.quote(run.script_path)

@@ -144,24 +144,28 @@ class Provisioner:
         self.reporter.line(name, session.result.status)
 
     def carry_out(self, remote: Remote, plan: Plan, state: HostState) -> None:
-        """The plan in as few commands as it allows: one for every change, one for the
-        installer (on a pty, as it asks questions)."""
+        """The plan in as few commands as it allows: one for every change, and on the
+        services box one more for the installer, which needs a pty for its questions."""
         name = plan.host.name
-        run = None
-        if plan.install:
-            passphrase = self.passphrase() if plan.host.role == "builder" else None
-            run = apply.installer_run(self.fleet, plan.host, passphrase)
-        steps = plan.actions(self.fleet)
+        steps = [_short(step) for step in plan.actions(self.fleet)]
+        if not steps:
+            return
+        self.reporter.line(name, "; ".join(steps))
+        out = LineStream(lambda line: self.reporter.line(name, line))
+        if plan.install and plan.host.role == "builder":
+            builder_run = apply.installer_run(self.fleet, plan.host, self.passphrase())
+            script = change_script(plan, state, None) + apply.builder_install_script(builder_run)
+            remote.root(script, out=out, timeout=apply.INSTALLER_TIMEOUT, label=", ".join(steps))
+            return
+
+        run = apply.installer_run(self.fleet, plan.host, None) if plan.install else None
         script = change_script(plan, state, run)
         if script:
-            self.reporter.line(name, "; ".join(_short(s) for s in steps))
-            remote.root(script, label=", ".join(_short(s) for s in steps))
+            remote.root(script, label=", ".join(steps))
         if run is not None:
             self.reporter.line(name, f"running the installer from {run.url}")
-            out = LineStream(lambda line: self.reporter.line(name, line))
             apply.run_installer(remote, run, self.fleet.proxy.http.url, self.prompts, out)
-            if plan.host.role == "services":
-                self.settle_services(remote, plan.host)
+            self.settle_services(remote, plan.host)
 
     def settle_services(self, remote: Remote, host: Host) -> None:
         """The installer writes the daemon's settings itself: bring them in step at once."""
@@ -172,8 +176,8 @@ class Provisioner:
 
 
 def change_script(plan: Plan, state: HostState | None, run: apply.InstallerRun | None) -> str:
-    """One sh script for a plan's changes: files, restarts, the installer's download."""
-    parts = []
+    """One sh script for a plan's changes: files, restarts, the services installer's download."""
+    parts: list[str] = []
     files = {path: new for path, (_, new) in plan.changes.items()}
     if files:
         parts.append(apply.write_files_script(files, apply.backup_stamp()))
@@ -183,7 +187,7 @@ def change_script(plan: Plan, state: HostState | None, run: apply.InstallerRun |
         parts.append(apply.restart_docker_script(state is not None and state.fact("systemd")))
     if run is not None:
         parts.append(apply.prepare_installer_script(run))
-    return "\n".join(parts)
+    return "".join(part if part.endswith("\n") else part + "\n" for part in parts)
 
 
 def _short(action: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import codecs
 import io
 import logging
 import shlex
@@ -85,7 +85,7 @@ class Remote:
                 f"sudo -n sh -c {shlex.quote(script)}", watchers, out, timeout, label
             )
         else:
-            result = self._exec("sudo -n sh -s", script, timeout, label)
+            result = self._exec("sudo -n sh -s", script, timeout, label, out)
         if check and result.exited != 0:
             tail = mask(result.stdout + result.stderr)
             raise RemoteCommandError(self.name, mask(label), result.exited, tail[-2000:])
@@ -95,29 +95,39 @@ class Remote:
         """Run the ``sh`` script as the login user, in the environment a login session gets."""
         return self._exec("sh -s", script, timeout, label)
 
-    def _exec(self, command: str, stdin: str, timeout: int | None, label: str) -> Result:
+    def _exec(
+        self,
+        command: str,
+        stdin: str,
+        timeout: int | None,
+        label: str,
+        out: LineStream | None = None,
+    ) -> Result:
         """Run ``command`` with ``stdin`` on a channel of the open connection.
 
         Paramiko directly, not Invoke: Invoke feeds stdin a byte per 10 ms, which turns a
-        few kilobytes of script into seconds.
+        few kilobytes of script into seconds. With ``out``, stdout and stderr go to it as
+        they come, merged.
         """
         self.commands += 1
         log.debug("%s: running %s", self.name, label)
         transport = self.connection.client.get_transport()
         if transport is None or not transport.is_active():
             raise RemoteCommandError(self.name, label, -1, "the SSH connection is closed")
+        errors: list[bytes] = []
         try:
             channel = transport.open_session(timeout=30)
             channel.settimeout(timeout)
+            if out is not None:
+                channel.set_combine_stderr(True)
             channel.exec_command(command)
-            errors: list[bytes] = []
             reader = threading.Thread(
                 target=lambda: errors.append(channel.makefile_stderr("rb").read()), daemon=True
             )
             reader.start()
             channel.sendall(stdin.encode("utf-8"))
             channel.shutdown_write()
-            stdout = channel.makefile("rb").read()
+            stdout = _read_all(channel, out)
             exited = channel.recv_exit_status()
             reader.join(timeout=5)
             channel.close()
@@ -125,8 +135,10 @@ class Remote:
             raise RemoteCommandError(
                 self.name, label, -1, f"{type(error).__name__}: {error}"
             ) from None
-        decode = functools.partial(bytes.decode, encoding="utf-8", errors="replace")
-        return Result(exited, decode(stdout), decode(b"".join(errors)))
+        finally:
+            if out is not None:
+                out.flush()
+        return Result(exited, stdout, b"".join(errors).decode("utf-8", errors="replace"))
 
     def _run_on_pty(
         self,
@@ -162,6 +174,19 @@ class Remote:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def _read_all(channel: paramiko.Channel, out: LineStream | None) -> str:
+    """Everything the channel's stdout says until it closes, passed on to ``out`` as it comes."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    chunks = []
+    while data := channel.recv(32768):
+        text = decoder.decode(data)
+        chunks.append(text)
+        if out is not None and text:
+            out.write(text)
+    chunks.append(decoder.decode(b"", final=True))
+    return "".join(chunks)
 
 
 def _first_line(script: str) -> str:

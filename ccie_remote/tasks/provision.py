@@ -7,6 +7,7 @@ import getpass
 import os
 import socket
 import sys
+import threading
 from collections.abc import Callable
 
 from invoke import Context, task
@@ -88,6 +89,7 @@ def provision_hosts(
     hosts = [fleet.services] + [h for h in targets if h.role == "builder"]
     reporter = Reporter([h.name for h in hosts], live=sys.stdout.isatty() and not verbose)
 
+    console = ConsoleProbe(fleet)
     sessions = open_sessions(fleet, hosts, reporter, parallel, cleanup=not dry_run)
     services, builders = sessions[0], sessions[1:]
     try:
@@ -122,7 +124,8 @@ def provision_hosts(
         services.result.why = "not a target: only read"
     reporter.finish()
     print(summary([s.result for s in sessions]))
-    print(console_note(fleet))
+    installed_now = services.plan is not None and services.plan.install and change_services
+    print(console.note(installed_now and services.result.status == "changed"))
     return not any(s.result.failed for s in sessions)
 
 
@@ -165,11 +168,30 @@ def console_reachable(address: str, port: int = CONSOLE_PORT, timeout: float = 2
         return False
 
 
-def console_note(fleet: Fleet) -> str:
-    address = fleet.services.private_ip
-    if console_reachable(address):
-        return f"console: https://{address}:{CONSOLE_PORT} is directly reachable"
-    return (
-        f"console: {address}:{CONSOLE_PORT} is not directly reachable from here; open a tunnel "
-        f"with: fab tunnel services --inventory {fleet.path}"
-    )
+class ConsoleProbe:
+    """Whether the console answers from here, probed in the background while the run goes on.
+
+    From outside the fleet's network a private address often does not answer at all; probing
+    at the start keeps that timeout from being added to every run.
+    """
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.reachable = False
+        self.thread = threading.Thread(target=self._probe, daemon=True)
+        self.thread.start()
+
+    def _probe(self) -> None:
+        self.reachable = console_reachable(self.fleet.services.private_ip)
+
+    def note(self, console_started: bool) -> str:
+        """The line said after the run; ``console_started``: the run installed the services box,
+        so the console may have come up since the probe began."""
+        self.thread.join(timeout=0.2)  # a console that answers at all answers by now
+        address = self.fleet.services.private_ip
+        if self.reachable or (console_started and console_reachable(address, timeout=0.5)):
+            return f"console: https://{address}:{CONSOLE_PORT} is directly reachable"
+        return (
+            f"console: {address}:{CONSOLE_PORT} is not directly reachable from here; open a "
+            f"tunnel with: fab tunnel services --inventory {self.fleet.path}"
+        )

@@ -101,10 +101,10 @@ def test_first_run_provisions_every_host_in_order(lab: Lab, inventory: Path) -> 
     }
     assert "fab tunnel services --inventory" in result.stdout
 
-    # One connection per host; a builder's work in three commands: read, change, install.
+    # One connection per host; a builder's work in two commands: read, then change and install.
     assert ssh_counts(services.container, started)[0] == 1
     for builder in (docker_builder, plain_builder):
-        assert ssh_counts(builder.container, started) == (1, 3)
+        assert ssh_counts(builder.container, started) == (1, 2)
 
     # Every host: the managed block, both cases, values from the inventory.
     for host in (services, docker_builder, plain_builder):

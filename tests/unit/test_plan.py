@@ -128,6 +128,11 @@ def test_installer_environment_and_scripts() -> None:
     assert "pass-phrase-1" in apply.prepare_installer_script(run)
     command = apply.run_installer_script(run)
     assert "pass-phrase-1" not in command and "rm -f /var/lib/ccie-remote/installer.env" in command
+    builder = apply.builder_install_script(run)
+    assert "export CIRCLE_SECRET_PASSPHRASE=pass-phrase-1" in builder
+    assert "bash /var/lib/ccie-remote/init-builder-0.2.sh </dev/null" in builder
+    assert builder.rstrip().endswith("touch /var/lib/ccie-remote/installed-builder")
+    assert "installer.env" not in builder  # the passphrase never touches a file
 
 
 def test_write_script_is_atomic_and_backs_up() -> None:
