@@ -53,6 +53,9 @@ def write_files_script(files: Mapping[str, str | None], stamp: str) -> str:
         f"backup={backup}",
         'mkdir -p "$backup"',
         ': > "$backup/MANIFEST"',
+        # `last` moves first: a run cut off halfway can still be rolled back, since every
+        # file is listed in the MANIFEST before it is touched.
+        f'ln -sfn "{stamp}" {BACKUP_DIR}/last',
     ]
     for path, text in files.items():
         lines += [f"f={shlex.quote(path)}", *_BACKUP_LINES]
@@ -75,7 +78,6 @@ def write_files_script(files: Mapping[str, str | None], stamp: str) -> str:
             "fi",
             'mv -f "$tmp" "$f"',
         ]
-    lines.append(f'ln -sfn "{stamp}" {BACKUP_DIR}/last')
     return "\n".join(lines) + "\n"
 
 
