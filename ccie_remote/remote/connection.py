@@ -111,7 +111,9 @@ def connect(fleet: Fleet, host: Host) -> Connection:
     try:
         connection.open()
     except HostKeyError as error:
-        raise HostKeyError(host.name, error.reason) from None
+        # The policy names the host as paramiko does ("[addr]:port"), or the gateway.
+        via = "" if host.host in error.host else f" (the gateway {error.host})"
+        raise HostKeyError(host.name, error.reason + via) from None
     except paramiko.BadHostKeyException as error:
         raise HostKeyError(
             host.name,
