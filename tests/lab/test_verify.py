@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ccie_remote.lab import Lab, LabHost
+from ccie_remote.render import parse_environment
 
 from ..conftest import LabFactory
 from .helpers import fab, fingerprints, read
@@ -186,3 +187,19 @@ def test_verify_fails_everywhere_when_the_proxy_is_stopped(lab: Lab, provisioned
     for host in (lab.services(), *lab.builders()):
         assert (name(host), "proxy answers") in failed
         assert (name(host), "fetch through proxy") in failed
+
+
+def test_corporate_fleet_provisions_and_verifies(lab_factory: LabFactory) -> None:
+    """Behind a corporate proxy only fleet machines bypass it: no S3, every builder listed."""
+    corporate = lab_factory(builders=2, corporate=True)
+    inventory = str(corporate.inventory_path)
+    assert fab("provision", "--inventory", inventory).returncode == 0
+    first, second = corporate.builders()
+    values = parse_environment(read(corporate, first, "/etc/environment"))
+    assert "s3.amazonaws.com" not in values["NO_PROXY"]
+    assert {first.fleet_ip, second.fleet_ip} <= set(values["NO_PROXY"].split(","))
+
+    result = fab("verify", "--inventory", inventory)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"bypass {second.fleet_ip}" in result.stdout  # builders reach each other directly
+    assert f"bypass {first.fleet_ip}" in result.stdout
