@@ -116,5 +116,14 @@ def managed_paths(host: Host) -> list[str]:
 def read_state(remote: Remote, host: Host, cleanup: bool = False) -> HostState:
     """Read the host's managed files and facts with one command."""
     script = read_script(host, managed_paths(host), cleanup)
-    result = remote.root(script, label="read the managed files")
+    result = remote.root(script, label="read the managed files", check=False)
+    if result.exited != 0 and "password is required" in result.stderr:
+        raise HostError(
+            remote.name,
+            "sudo asks for a password; ccie-remote needs passwordless sudo for the SSH user "
+            "(a NOPASSWD rule in /etc/sudoers.d)",
+        )
+    if result.exited != 0:
+        tail = " | ".join(result.stderr.strip().splitlines()[-3:])
+        raise HostError(remote.name, f"reading the managed files failed ({result.exited}): {tail}")
     return parse_state(remote.name, result.stdout)

@@ -63,3 +63,15 @@ def test_killed_run_leaves_whole_files_and_the_next_run_finishes(lab: Lab) -> No
 
     again = fab("provision", "--inventory", str(lab.inventory_path))
     assert {row[1] for row in summary_rows(again.stdout).values()} == {"unchanged"}
+
+
+def test_a_builder_without_passwordless_sudo_is_named(lab: Lab) -> None:
+    builder = lab.builders()[1]
+    lab.exec(builder.container, "mv /etc/sudoers.d/90-lab-ubuntu /root/")
+    try:
+        result = fab("provision", "--inventory", str(lab.inventory_path))
+    finally:
+        lab.exec(builder.container, "mv /root/90-lab-ubuntu /etc/sudoers.d/")
+    assert result.returncode == 1
+    row = summary_rows(result.stdout)[f"127.0.0.1:{builder.ssh_port}"]
+    assert row[1] == "failed" and "passwordless sudo" in row[3]
