@@ -251,7 +251,6 @@ class ManagedFile:
     render: Callable[[Fleet, str | None], str]
     removed: Callable[[str], str | None]  # its text without our settings; None: delete it
     only_if_present: bool = False  # kept in step when it exists, never created
-    restarts: str | None = None  # the service that reads it: "replicated" or "docker"
 
 
 def _delete(current: str) -> None:
@@ -268,9 +267,9 @@ REPLICATED_DEFAULT_FILE = ManagedFile(
     replicated_default,
     replicated_default_removed,
     only_if_present=True,
-    restarts="replicated",
 )
-DOCKER_DROPIN_FILE = ManagedFile(DOCKER_DROPIN, 0o644, docker_dropin, _delete, restarts="docker")
+DOCKER_DROPIN_FILE = ManagedFile(DOCKER_DROPIN, 0o644, docker_dropin, _delete)
+ALL_MANAGED = (ENVIRONMENT_FILE, REPLICATED_CONF_FILE, REPLICATED_DEFAULT_FILE, DOCKER_DROPIN_FILE)
 
 
 def managed_files(host: Host) -> list[ManagedFile]:

@@ -60,14 +60,6 @@ class Reporter:
             self.current[name] = message
             self._redraw()
 
-    def note(self, message: str) -> None:
-        """A line that belongs to no host; printed above the live view."""
-        with self.lock:
-            self._clear()
-            print(mask(message), file=self.stream, flush=True)
-            if self.live:
-                self._redraw()
-
     def finish(self) -> None:
         with self.lock:
             if self.live:

@@ -46,7 +46,7 @@ def write_files_script(files: Mapping[str, str | None], stamp: str) -> str:
     A file whose new text is None is deleted (after its backup).
     """
     backup = f"{BACKUP_DIR}/{stamp}"
-    modes = {m.path: m.mode for m in _all_managed()}
+    modes = {m.path: m.mode for m in render.ALL_MANAGED}
     lines = [
         "set -eu",
         f"mkdir -p {BACKUP_DIR} && chmod 700 {STATE_DIR} {BACKUP_DIR}",
@@ -91,26 +91,8 @@ _BACKUP_LINES = [
 ]
 
 
-def _all_managed() -> list[render.ManagedFile]:
-    return [
-        render.ENVIRONMENT_FILE,
-        render.REPLICATED_CONF_FILE,
-        render.REPLICATED_DEFAULT_FILE,
-        render.DOCKER_DROPIN_FILE,
-    ]
-
-
 def backup_stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 10**6:06d}"
-
-
-def write_files(remote: Remote, files: Mapping[str, str | None]) -> None:
-    """Write (or, for None, delete) each file atomically, backing up what was there."""
-    if files:
-        label = ", ".join(
-            ("delete " if text is None else "write ") + p for p, text in files.items()
-        )
-        remote.root(write_files_script(files, backup_stamp()), label=label)
 
 
 def rollback_script() -> str:
@@ -166,14 +148,6 @@ def restart_docker_script(systemd: bool) -> str:
     if systemd:
         return quietly("systemctl daemon-reload && systemctl restart docker", "restarting docker")
     return quietly("service docker restart", "restarting docker")
-
-
-def restart_replicated(remote: Remote) -> None:
-    remote.root(restart_replicated_script(), label="restart replicated")
-
-
-def restart_docker(remote: Remote, systemd: bool) -> None:
-    remote.root(restart_docker_script(systemd), label="restart docker")
 
 
 @dataclass(frozen=True)

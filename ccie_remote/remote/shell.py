@@ -55,12 +55,11 @@ class Result:
 
 
 class Remote:
-    """One host's connection, and the count of commands run on it."""
+    """One host's open connection, and the commands run on it as root or as the login user."""
 
     def __init__(self, name: str, connection: Connection) -> None:
         self.name = name
         self.connection = connection
-        self.commands = 0
 
     def root(
         self,
@@ -109,7 +108,6 @@ class Remote:
         few kilobytes of script into seconds. With ``out``, stdout and stderr go to it as
         they come, merged.
         """
-        self.commands += 1
         log.debug("%s: running %s", self.name, label)
         transport = self.connection.client.get_transport()
         if transport is None or not transport.is_active():
@@ -149,7 +147,6 @@ class Remote:
         label: str,
     ) -> Result:
         """Run ``command`` on a pty through Invoke, whose watchers answer prompts."""
-        self.commands += 1
         log.debug("%s: running %s on a pty", self.name, label)
         kwargs: dict[str, Any] = {
             "hide": True,

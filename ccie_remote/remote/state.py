@@ -50,7 +50,6 @@ _FACTS = {
     "docker": "[ -x /etc/init.d/docker ] || [ -e /lib/systemd/system/docker.service ]"
     " || [ -e /etc/systemd/system/docker.service ]"
     " || [ -e /usr/lib/systemd/system/docker.service ]",
-    "curl": "command -v curl >/dev/null 2>&1",
     "backup": f"[ -f {LAST_BACKUP}/MANIFEST ]",
 }
 

@@ -39,15 +39,15 @@ def rollback(
         assert session.remote is not None and session.state is not None
         if not session.state.fact("backup"):
             raise CcieError("no backup on this host: nothing was provisioned here yet")
+        # Restore and restart in one command: what to restart follows the backup's MANIFEST.
+        script = apply.rollback_script() + _restarts(session, _in_backup)
         try:
-            result = session.remote.root(apply.rollback_script(), label="restore the backup")
+            result = session.remote.root(script, label="restore the backup")
         except RemoteCommandError as error:
             if error.exited == 3:
                 raise CcieError("no backup on this host") from None
             raise
         restored = result.stdout.strip().splitlines()
-        paths = {line.split()[1] for line in restored}
-        _restart_dependants(session, paths)
         return "; ".join(restored) or "the backup was empty"
 
     _run_each(fleet, select_hosts(fleet, only or []), undo)
@@ -74,8 +74,13 @@ def remove(
                 files[managed.path] = new
         if not files:
             return "nothing of ccie-remote's left to remove"
-        apply.write_files(session.remote, files)
-        _restart_dependants(session, set(files))
+
+        def changed(path: str) -> str:
+            return "true" if path in files else "false"
+
+        script = apply.write_files_script(files, apply.backup_stamp())
+        script += _restarts(session, changed)
+        session.remote.root(script, label="remove the proxy settings")
         return (
             "; ".join(
                 f"{'deleted' if text is None else 'cleaned'} {path}"
@@ -87,13 +92,24 @@ def remove(
     _run_each(fleet, select_hosts(fleet, only or []), strip)
 
 
-def _restart_dependants(session: Session, paths: set[str]) -> None:
-    """Restart what reads the files in ``paths``: replicated on the services box, Docker."""
-    assert session.remote is not None and session.state is not None
-    if session.host.role == "services" and paths and session.state.replicated_installed:
-        apply.restart_replicated(session.remote)
-    if render.DOCKER_DROPIN in paths and session.state.fact("docker"):
-        apply.restart_docker(session.remote, session.state.fact("systemd"))
+def _in_backup(path: str) -> str:
+    """The shell test for ``path`` being in the backup that rollback_script restores."""
+    return f"grep -q ' {path}$' \"$backup/MANIFEST\""
+
+
+def _restarts(session: Session, touched: Callable[[str], str]) -> str:
+    """Shell lines restarting what reads the managed files: replicated on the services box,
+    Docker on a Docker builder; ``touched(path)`` is the shell test for a file having changed."""
+    assert session.state is not None
+    state, host = session.state, session.host
+    lines = []
+    if host.role == "services" and state.replicated_installed:
+        test = " || ".join(touched(m.path) for m in render.managed_files(host))
+        lines += [f"if {test}; then", apply.restart_replicated_script(), "fi"]
+    if host.docker and state.fact("docker"):
+        restart = apply.restart_docker_script(state.fact("systemd"))
+        lines += [f"if {touched(render.DOCKER_DROPIN)}; then", restart, "fi"]
+    return "".join(line + "\n" for line in lines)
 
 
 def _run_each(fleet: Fleet, hosts: list[Host], work: Callable[[Session], str]) -> None:
