@@ -109,9 +109,18 @@ def down(name: str = DEFAULT_NAME) -> list[str]:
     if containers:
         docker("rm", "--force", "--volumes", *containers)
     networks = lab_networks(f"label={LABEL}={name}")
-    if networks:
-        docker("network", "rm", *networks)
+    for network in networks:
+        # The engine may release a removed container's endpoint a moment later.
+        wait_for(partial(_network_removed, network), f"removing {network}", 15)
     return sorted(containers) + sorted(networks)
+
+
+def _network_removed(network: str) -> bool:
+    try:
+        docker("network", "rm", network)
+    except LabError:
+        return not lab_networks(f"name=^{network}$")
+    return True
 
 
 def remove_after_failure(name: str) -> None:
